@@ -1,0 +1,1 @@
+"""Chapter 9 · attention mechanisms (注意力机制)."""

@@ -1,0 +1,74 @@
+"""Measure the budgets: site build (cold and warm, per page), test suite, search index size.
+
+Writes reports/bench.md and prints it. Run with `make bench` (not part of `make test`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+ENV = {**os.environ, "NO_MKDOCS_2_WARNING": "1"}
+
+
+def timed(cmd: list[str], **kw) -> tuple[float, subprocess.CompletedProcess]:
+    start = time.perf_counter()
+    proc = subprocess.run(cmd, cwd=ROOT, env={**ENV, **kw.pop("env", {})}, capture_output=True, text=True, **kw)
+    elapsed = time.perf_counter() - start
+    if proc.returncode != 0:
+        sys.exit(f"{' '.join(cmd)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    return elapsed, proc
+
+
+def main() -> None:
+    out = tempfile.mkdtemp(prefix="bench-")
+    site = Path(out) / "site"
+    build = [sys.executable, "-m", "mkdocs", "build", "--strict", "-d", str(site)]
+    shutil.rmtree(ROOT / ".cache", ignore_errors=True)
+    cold, _ = timed(build)
+    warm, _ = timed(build)
+    pages = [p for p in site.rglob("index.html") if "code" not in p.relative_to(site).parts]
+    n_pages = len(pages)
+    index = {
+        lang: (site / sub / "search_index.json").stat().st_size
+        for lang, sub in (("zh", "search"), ("en", "en/search"))
+    }
+    docs = {lang: len(json.loads((site / sub / "search_index.json").read_text())["docs"])
+            for lang, sub in (("zh", "search"), ("en", "en/search"))}
+    offline, _ = timed(build[:-1] + [str(Path(out) / "offline")], env={"OFFLINE": "true"})
+    tests, proc = timed([sys.executable, "-m", "pytest", "-q", "-p", "no:randomly"])
+    summary = proc.stdout.strip().splitlines()[-1]
+    size = sum(p.stat().st_size for p in site.rglob("*") if p.is_file())
+    shutil.rmtree(out, ignore_errors=True)
+    report = f"""# Benchmarks
+
+Machine: {platform.machine()}, {os.cpu_count()} CPU cores, Python {platform.python_version()}.
+
+| measure | value |
+| --- | ---: |
+| `mkdocs build --strict`, cold (notebooks executed) | {cold:.1f} s |
+| `mkdocs build --strict`, warm (notebook cache hit) | {warm:.1f} s |
+| pages built (zh + en, without source pages) | {n_pages} |
+| seconds per page, cold / warm | {cold / n_pages:.2f} / {warm / n_pages:.2f} |
+| offline (`file://`) build, warm | {offline:.1f} s |
+| built site size | {size / 1e6:.1f} MB |
+| search index zh: entries / size | {docs['zh']} / {index['zh'] / 1e3:.0f} kB |
+| search index en: entries / size | {docs['en']} / {index['en'] / 1e3:.0f} kB |
+| `pytest` (whole suite, site builds included) | {tests:.1f} s |
+| pytest summary | {summary} |
+"""
+    (ROOT / "reports").mkdir(exist_ok=True)
+    (ROOT / "reports" / "bench.md").write_text(report, encoding="utf-8")
+    print(report)
+
+
+if __name__ == "__main__":
+    main()
