@@ -118,7 +118,8 @@ class _Refs(HTMLParser):
             self.loads.append(a["src"])
         if tag == "link" and a.get("href"):
             rel = (a.get("rel") or "").lower()
-            (self.loads if rel in ("stylesheet", "icon", "preload", "modulepreload", "manifest") else self.links).append(a["href"])
+            loaded = rel in ("stylesheet", "icon", "preload", "modulepreload", "manifest")
+            (self.loads if loaded else self.links).append(a["href"])
         if tag == "a" and a.get("href"):
             self.links.append(a["href"])
         if a.get("style"):
