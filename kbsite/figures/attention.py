@@ -73,3 +73,33 @@ def sdpa_steps():
         ax.set_xlabel("feature" if title.startswith("4") else "key j")
     axes[0].set_ylabel("query i")
     return fig
+
+
+@figure("multihead-heads")
+def multihead_heads():
+    """Per-head attention weights of one multi-head attention layer on the same 8 tokens."""
+    import matplotlib.pyplot as plt
+
+    from snippets.attention.multihead import MultiHeadAttention
+
+    torch.manual_seed(0)
+    n, d_model, h = 8, 32, 4
+    mha = MultiHeadAttention(d_model, h, dtype=torch.float64)
+    with torch.no_grad():
+        for lin in (mha.q_proj, mha.k_proj):
+            lin.weight.mul_(3.0)  # sharper patterns, so the heads' differences are visible
+        x = torch.randn(1, n, d_model, dtype=torch.float64)
+        _, w = mha(x, x, x, need_weights=True, average_attn_weights=False)  # (1, h, n, n)
+    fig, axes = plt.subplots(1, h + 1, figsize=(14, 3.2), constrained_layout=True)
+    for i, ax in enumerate(axes[:h]):
+        ax.imshow(w[0, i].numpy(), cmap="viridis", vmin=0, vmax=1)
+        ax.set_title(f"head {i + 1}", fontsize=10)
+        ax.set_xlabel("key j")
+    axes[h].imshow(w[0].mean(0).numpy(), cmap="viridis", vmin=0, vmax=1)
+    axes[h].set_title("average over heads", fontsize=10)
+    axes[h].set_xlabel("key j")
+    axes[0].set_ylabel("query i")
+    for ax in axes:
+        ax.set_xticks(range(0, n, 2))
+        ax.set_yticks(range(0, n, 2))
+    return fig
