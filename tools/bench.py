@@ -1,6 +1,8 @@
-"""Measure the budgets: site build (cold and warm, per page), test suite, search index size.
+"""Measure the budgets: site build (cold and warm, per page), test suite, search index size, and
+the model benchmarks of the pages (tools/bench_attention.py, tools/bench_llm.py).
 
-Writes reports/bench.md and prints it. Run with `make bench` (not part of `make test`).
+Writes reports/bench.md and prints it. Run with `make bench` (not part of `make test`);
+`python tools/bench.py models` runs only the model benchmarks (a minute), `site` only the budgets.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ def timed(cmd: list[str], **kw) -> tuple[float, subprocess.CompletedProcess]:
     return elapsed, proc
 
 
-def main() -> None:
+def site_report() -> str:
     out = tempfile.mkdtemp(prefix="bench-")
     site = Path(out) / "site"
     build = [sys.executable, "-m", "mkdocs", "build", "--strict", "-d", str(site)]
@@ -48,9 +50,7 @@ def main() -> None:
     summary = proc.stdout.strip().splitlines()[-1]
     size = sum(p.stat().st_size for p in site.rglob("*") if p.is_file())
     shutil.rmtree(out, ignore_errors=True)
-    report = f"""# Benchmarks
-
-Machine: {platform.machine()}, {os.cpu_count()} CPU cores, Python {platform.python_version()}.
+    return f"""## Site and test-suite budgets
 
 | measure | value |
 | --- | ---: |
@@ -65,6 +65,34 @@ Machine: {platform.machine()}, {os.cpu_count()} CPU cores, Python {platform.pyth
 | `pytest` (whole suite, site builds included) | {tests:.1f} s |
 | pytest summary | {summary} |
 """
+
+
+def models_report() -> str:
+    """The benchmarks the attention and LLM pages quote (each module has ``run() -> rows``)."""
+    import importlib
+
+    sys.path.insert(0, str(ROOT))
+    parts = []
+    for name, title in (("tools.bench_attention", "Attention"), ("tools.bench_llm", "KV cache and GQA")):
+        rows = importlib.import_module(name).run()
+        table = "\n".join(f"| {measure} | {value} |" for measure, value in rows)
+        parts.append(f"## {title}\n\n| measure | value |\n| --- | ---: |\n{table}\n")
+    return "\n".join(parts)
+
+
+def main() -> None:
+    what = sys.argv[1:] or ["site", "models"]
+    import torch
+
+    device = torch.cuda.get_device_name() if torch.cuda.is_available() else "no CUDA device"
+    report = (
+        f"# Benchmarks\n\nMachine: {platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__}, "
+        f"{device}, Python {platform.python_version()}.\n\n"
+    )
+    if "models" in what:
+        report += models_report() + "\n"
+    if "site" in what:
+        report += site_report()
     (ROOT / "reports").mkdir(exist_ok=True)
     (ROOT / "reports" / "bench.md").write_text(report, encoding="utf-8")
     print(report)

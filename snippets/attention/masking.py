@@ -20,15 +20,19 @@ FullyMasked = Literal["raise", "zero"]
 
 
 # --8<-- [start:masks]
-def causal_mask(n_q: int, n_k: int | None = None, *, device: torch.device | None = None) -> Tensor:
-    """Boolean causal mask ``(n_q, n_k)``: query ``i`` may see keys ``j <= i`` (True = keep).
+def causal_mask(n_q: int, n_k: int | None = None, *, offset: int = 0, device: torch.device | None = None) -> Tensor:
+    """Boolean causal mask ``(n_q, n_k)``: query ``i`` may see keys ``j <= i + offset`` (True = keep).
 
-    Aligned to the top-left corner like ``F.scaled_dot_product_attention(is_causal=True)``.
+    ``offset=0`` aligns it to the top-left corner like ``F.scaled_dot_product_attention(is_causal=True)``.
+    With ``offset = n_k - n_q`` (``n_q`` new queries after ``offset`` cached positions) it is aligned
+    bottom-right, like ``torch.nn.attention.bias.causal_lower_right``.
     """
     n_k = n_q if n_k is None else n_k
     if n_q <= 0 or n_k <= 0:
         raise ValueError(f"causal_mask needs positive lengths, got n_q={n_q}, n_k={n_k}")
-    return torch.ones(n_q, n_k, dtype=torch.bool, device=device).tril()
+    if offset < 0:
+        raise ValueError(f"offset must be >= 0 (cached positions before query 0), got offset={offset}")
+    return torch.ones(n_q, n_k, dtype=torch.bool, device=device).tril(diagonal=offset)
 
 
 def padding_mask(valid_lens: Tensor, n_k: int) -> Tensor:

@@ -1,0 +1,1 @@
+"""Datasets generated or shipped with the repository (no download at run time)."""

@@ -1,0 +1,1 @@
+"""Chapter 11 · LLM-era topics (大模型时代)."""
