@@ -21,6 +21,7 @@ from torch import Tensor
 
 from snippets.data.text import Vocab
 from snippets.data.toy_translation import build_vocabs, make_toy_pairs, strip_special, tensorize
+from snippets.transformer.attention_types import cross_attention_weights  # re-exported for the lab
 from snippets.transformer.decoding import greedy_decode
 from snippets.transformer.model import Transformer
 
@@ -217,37 +218,6 @@ def exact_match(
 
 
 # --8<-- [end:exact_match]
-
-
-# --8<-- [start:cross_attention]
-@torch.no_grad()
-def cross_attention_weights(
-    model: Transformer, src: Tensor, tgt_in: Tensor, src_key_padding_mask: Tensor | None = None, layer: int = -1
-) -> Tensor:
-    """Per-head encoder–decoder attention weights ``(B, h, T, S)`` of decoder layer ``layer``.
-
-    Row ``t`` says which source words the decoder looked at while predicting target word ``t + 1``.
-    A forward hook re-runs that layer's cross-attention on the very inputs it received, asking for
-    its weights, so the model itself is unchanged.
-    """
-    attn = model.decoder.layers[layer].cross_attn
-    captured: list[Tensor] = []
-
-    def hook(module, args, kwargs, output):  # args = (decoder states, memory, memory)
-        handle.remove()  # the call below must not re-enter the hook
-        _, w = module(*args, **kwargs, need_weights=True, average_attn_weights=False)
-        captured.append(w)
-
-    handle = attn.register_forward_hook(hook, with_kwargs=True)
-    try:
-        model.eval()
-        model(src, tgt_in, src_key_padding_mask=src_key_padding_mask)
-    finally:
-        handle.remove()
-    return captured[0]
-
-
-# --8<-- [end:cross_attention]
 
 
 def _main(argv: list[str]) -> None:
