@@ -67,9 +67,10 @@ class Page:
         box.fill(query)
         box.press("End")  # Material searches on keyboard events; fill() alone does not trigger it
         page.wait_for_function(
+            # the result count, once the index is loaded: "找到 3 个…" / "没有找到…" / "3 matching documents"
             "() => { const m = document.querySelector('.md-search-result__meta');"
-            " return m && !/键入|Type to start/.test(m.textContent); }",
-            timeout=15000,
+            " return m && /\\d|没有|No matching/.test(m.textContent); }",
+            timeout=30000,
         )
         page.wait_for_timeout(150)
         hrefs = page.eval_on_selector_all(
