@@ -3,7 +3,7 @@
     python -m snippets list                  every module, its summary and the page explaining it
     python -m snippets show NAME             print a module's source
     python -m snippets copy NAME DEST        copy a module and every snippet module it imports
-    python -m snippets run NAME              run a module's demo
+    python -m snippets run NAME [ARGS...]    run a module's demo; ARGS go to the module's own command line
 
 NAME is a dotted module (``attention.sdpa``), a bare module name (``sdpa``) or a topic slug
 (``scaled-dot-product-attention``).
@@ -146,7 +146,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     if len(found) > 1:
         print(f"error: {args.name!r} names several modules: {', '.join(found)}", file=sys.stderr)
         return 2
-    runpy.run_module(f"snippets.{found[0]}", run_name="__main__", alter_sys=True)
+    saved = sys.argv
+    sys.argv = [f"python -m snippets run {found[0]}", *args.args]
+    try:
+        runpy.run_module(f"snippets.{found[0]}", run_name="__main__", alter_sys=True)
+    finally:
+        sys.argv = saved
     return 0
 
 
@@ -162,8 +167,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("dest")
     p.add_argument("--force", action="store_true", help="overwrite existing files")
     p.set_defaults(func=cmd_copy)
-    p = sub.add_parser("run", help="run a module's demo")
+    p = sub.add_parser("run", help="run a module's demo (arguments after NAME go to the module)")
     p.add_argument("name")
+    p.add_argument("args", nargs=argparse.REMAINDER, help="passed to the module as sys.argv[1:]")
     p.set_defaults(func=cmd_run)
     args = parser.parse_args(argv)
     return args.func(args)

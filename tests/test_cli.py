@@ -115,3 +115,20 @@ def test_every_module_demo_runs_quickly() -> None:
         [sys.executable, "-c", code, *all_modules()], cwd=ROOT, capture_output=True, text=True, timeout=300
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+def test_run_passes_arguments_to_the_module(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`run NAME ARGS...` hands ARGS to the module as sys.argv[1:] (e.g. `run train full`) and restores argv."""
+    from snippets import __main__ as cli
+
+    seen = {}
+
+    def fake_run_module(name: str, **kw) -> None:
+        seen["name"], seen["argv"] = name, list(sys.argv)
+
+    monkeypatch.setattr(cli.runpy, "run_module", fake_run_module)
+    before = list(sys.argv)
+    assert cli.main(["run", "train", "full", "--flag"]) == 0
+    assert seen["name"] == "snippets.transformer.train"
+    assert seen["argv"][1:] == ["full", "--flag"]
+    assert sys.argv == before

@@ -1,5 +1,5 @@
-"""Measure the budgets: site build (cold and warm, per page), test suite, search index size, and
-the model benchmarks of the pages (tools/bench_attention.py, tools/bench_llm.py).
+"""Measure the budgets: site build (cold and warm, per page, slowest figures), test suite, search index
+size, and the benchmarks the pages quote (the ``tools/bench_*.py`` modules in MODEL_BENCHES).
 
 Writes reports/bench.md and prints it. Run with `make bench` (not part of `make test`);
 `python tools/bench.py models` runs only the model benchmarks (a minute), `site` only the budgets.
@@ -36,6 +36,10 @@ def site_report() -> str:
     build = [sys.executable, "-m", "mkdocs", "build", "--strict", "-d", str(site)]
     shutil.rmtree(ROOT / ".cache", ignore_errors=True)
     cold, _ = timed(build)
+    drawn = {}
+    for timings in (ROOT / ".cache" / "figures").glob("*/seconds.json"):
+        drawn.update(json.loads(timings.read_text()))
+    slowest = ", ".join(f"{n} {s:.1f} s" for n, s in sorted(drawn.items(), key=lambda kv: -kv[1])[:5])
     warm, _ = timed(build)
     pages = [p for p in site.rglob("index.html") if "code" not in p.relative_to(site).parts]
     n_pages = len(pages)
@@ -58,6 +62,8 @@ def site_report() -> str:
 | `mkdocs build --strict`, warm (notebook cache hit) | {warm:.1f} s |
 | pages built (zh + en, without source pages) | {n_pages} |
 | seconds per page, cold / warm | {cold / n_pages:.2f} / {warm / n_pages:.2f} |
+| figures drawn in the cold build: count / seconds | {len(drawn)} / {sum(drawn.values()):.1f} s |
+| slowest figures | {slowest} |
 | offline (`file://`) build, warm | {offline:.1f} s |
 | built site size | {size / 1e6:.1f} MB |
 | search index zh: entries / size | {docs['zh']} / {index['zh'] / 1e3:.0f} kB |
@@ -67,13 +73,25 @@ def site_report() -> str:
 """
 
 
+MODEL_BENCHES = (
+    ("tools.bench_attention", "Attention"),
+    ("tools.bench_llm", "KV cache and GQA"),
+    ("tools.bench_tensors", "Tensors: views and copies"),
+    ("tools.bench_grads", "Clearing gradients: zero_() vs None"),
+    ("tools.bench_data_amp", "Data loading and mixed precision"),
+    ("tools.bench_compile", "torch.compile"),
+)
+
+
 def models_report() -> str:
     """The benchmarks the attention and LLM pages quote (each module has ``run() -> rows``)."""
     import importlib
 
     sys.path.insert(0, str(ROOT))
     parts = []
-    for name, title in (("tools.bench_attention", "Attention"), ("tools.bench_llm", "KV cache and GQA")):
+    for name, title in MODEL_BENCHES:
+        if not (ROOT / (name.replace(".", "/") + ".py")).is_file():
+            continue
         rows = importlib.import_module(name).run()
         table = "\n".join(f"| {measure} | {value} |" for measure, value in rows)
         parts.append(f"## {title}\n\n| measure | value |\n| --- | ---: |\n{table}\n")

@@ -237,7 +237,7 @@ def _main(argv: list[str]) -> None:
         res = train_translation(cfg)
         print(
             f"{len(res.losses)} steps of a tiny model: loss {res.losses[0]:.2f} -> {res.losses[-1]:.2f}"
-            " (the full run: python -m snippets.transformer.train full)"
+            " (the full run: python -m snippets run train full)"
         )
         return
     torch.set_num_threads(1)  # 64-wide matrices gain little from a 2nd thread, and threads contend on a busy machine

@@ -77,3 +77,12 @@ def server(site_build: Build) -> Iterator[str]:
     finally:
         httpd.shutdown()
         httpd.server_close()
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under pytest-xdist (``--dist loadgroup``), keep every site test on one worker, so the site is
+    built once while the other worker runs the rest of the suite."""
+    here = Path(__file__).parent
+    for item in items:
+        if here in Path(item.fspath).parents:
+            item.add_marker(pytest.mark.xdist_group("site"))

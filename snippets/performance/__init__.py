@@ -1,0 +1,1 @@
+"""Chapter 13 · computational performance: graphs, compilation, distributed data parallel (计算性能)."""
