@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import torch
-from torch import nn
 
 from kbsite.figures import figure
 from snippets.pytorch.autograd_graph import graph_edges, graph_nodes

@@ -33,10 +33,10 @@ def module_tree():
     _layout(net, 0, [0], placed)
     fig, ax = plt.subplots(figsize=(11, 4.6), constrained_layout=True)
     pos = {id(m): (x, -depth) for m, depth, x, _ in placed}
-    for m, depth, x, xs in placed:
+    for _, depth, x, xs in placed:
         for cx in xs:
             ax.plot([x, cx], [-depth, -depth - 1], color="0.6", lw=1, zorder=1)
-    for m, depth, x, _ in placed:
+    for m, *_ in placed:
         name = names[id(m)] or "(root)"
         own = [f"{n}: {tuple(p.shape)}" for n, p in m.named_parameters(recurse=False)]
         label = f"{name}\n{type(m).__name__}" + ("\n" + "\n".join(own) if own else "")

@@ -207,8 +207,7 @@ def main(argv: list[str] | None = None) -> dict:
 if __name__ == "__main__":
     import sys
 
-    # Outside torchrun the command line is ignored (`python -m snippets run ddp` passes its own).
-    report = main(sys.argv[1:] if "LOCAL_RANK" in os.environ else [])
+    report = main(sys.argv[1:])  # also `python -m snippets run ddp --steps 4`
     if int(os.environ.get("RANK", 0)) == 0:
         print(f"world_size={report['world_size']}, loss {report['losses'][0]:.4f} -> {report['losses'][-1]:.4f}")
         print("buckets per step (index, numel), default cap:", report["buckets_default"][:1])

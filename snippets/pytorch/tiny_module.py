@@ -83,11 +83,15 @@ class TinyModule:
             self._modules[name] = value
         elif params is not None and name in params:  # only a Parameter or None may replace a parameter
             if value is not None:
-                raise TypeError(f"cannot assign {type(value).__name__} as parameter {name!r} (Parameter or None expected)")
+                raise TypeError(
+                    f"cannot assign {type(value).__name__} as parameter {name!r} (Parameter or None expected)"
+                )
             params[name] = None
         elif params is not None and name in self._modules:
             if value is not None:
-                raise TypeError(f"cannot assign {type(value).__name__} as child module {name!r} (TinyModule or None expected)")
+                raise TypeError(
+                    f"cannot assign {type(value).__name__} as child module {name!r} (TinyModule or None expected)"
+                )
             self._modules[name] = None
         elif params is not None and name in self._buffers:  # self.running_mean = new_tensor updates the buffer
             if value is not None and not isinstance(value, Tensor):
@@ -253,7 +257,9 @@ class TinyModule:
             if key in state_dict:
                 src = state_dict[key]
                 if not isinstance(src, Tensor):
-                    errors.append(f'While copying the parameter named "{key}", expected a Tensor, got {type(src).__name__}.')
+                    errors.append(
+                        f'While copying the parameter named "{key}", expected a Tensor, got {type(src).__name__}.'
+                    )
                 elif src.shape != target.shape:
                     errors.append(
                         f"size mismatch for {key}: copying a param with shape {tuple(src.shape)} from checkpoint, "
@@ -288,7 +294,9 @@ class TinyModule:
             else:
                 raise TypeError(f"to() expects a device or a dtype, got {type(arg).__name__}")
         if dtype is not None and not (dtype.is_floating_point or dtype.is_complex):
-            raise TypeError(f"TinyModule.to only accepts floating point or complex dtypes, but got desired dtype={dtype}")
+            raise TypeError(
+                f"TinyModule.to only accepts floating point or complex dtypes, but got desired dtype={dtype}"
+            )
 
         def convert(t: Tensor) -> Tensor:
             return t.to(device, dtype if t.is_floating_point() or t.is_complex() else None)

@@ -1,4 +1,7 @@
-"""MySequential vs nn.Sequential (outputs, gradients, state_dict keys, loading both ways); FixedHiddenMLP; ParallelBlock."""
+"""MySequential vs nn.Sequential (outputs, gradients, state_dict keys, loading both ways).
+
+Also FixedHiddenMLP and ParallelBlock.
+"""
 
 from __future__ import annotations
 
@@ -145,7 +148,8 @@ def test_parallel_block(device: torch.device) -> None:
     x = torch.randn(5, 4, dtype=F64, device=device)
     assert_close(block(x), torch.cat([a(x), b(x)], dim=-1))
     assert block(x).shape == (5, 5)
-    assert list(block.state_dict()) == ["branches.0.weight", "branches.0.bias", "branches.1.0.weight", "branches.1.0.bias"]
+    keys = ["branches.0.weight", "branches.0.bias", "branches.1.0.weight", "branches.1.0.bias"]
+    assert list(block.state_dict()) == keys
     stacked = ParallelBlock(nn.Linear(4, 3), nn.Linear(4, 3), dim=0).to(device, F64)
     assert stacked(x).shape == (10, 3)
     with pytest.raises(ValueError, match="at least one branch"):

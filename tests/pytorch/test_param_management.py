@@ -1,4 +1,7 @@
-"""count_parameters, tie_weights, describe_state_dict; the page's claims about state_dict, net[n], OrderedDict, .data."""
+"""count_parameters, tie_weights, describe_state_dict.
+
+Also the page's claims about state_dict, net[n], OrderedDict and .data.
+"""
 
 from __future__ import annotations
 

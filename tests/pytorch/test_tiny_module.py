@@ -170,7 +170,7 @@ def test_setattr_rules_match_torch() -> None:
             net.nope  # noqa: B018
 
         class Early(module_cls):
-            def __init__(self) -> None:
+            def __init__(self, linear_cls=linear_cls) -> None:
                 self.fc = linear_cls(1, 1)  # before super().__init__()
                 super().__init__()
 
