@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import torch
+from torch import nn
 
 from kbsite.figures import figure
 from snippets.pytorch.autograd_graph import graph_edges, graph_nodes
+from snippets.pytorch.inference_matrix import inference_matrix
 
 
 def _depths(n: int, edges: list[tuple[int, int]]) -> list[int]:
@@ -64,4 +66,32 @@ def autograd_graph():
     ax.set_xlim(-3.0, 2.6)
     ax.set_ylim(-max(depth) - 0.6, 0.6)
     ax.axis("off")
+    return fig
+
+
+@figure("eval-vs-no-grad-grid")
+def eval_vs_no_grad_grid():
+    """train/eval × grad/no_grad/inference_mode: activation bytes saved for backward, grad_fn, BN updates."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(16, 64), nn.BatchNorm1d(64), nn.ReLU(), nn.Dropout(0.5), nn.Linear(64, 4))
+    cells = inference_matrix(net, torch.randn(32, 16))
+    contexts = ["grad", "no_grad", "inference_mode"]
+    grid = np.array([[cells[t, c].activation_nbytes / 1024 for c in contexts] for t in (True, False)])
+    fig, ax = plt.subplots(figsize=(10, 3.8))
+    ax.imshow(grid, cmap="Oranges", vmin=0, vmax=grid.max() * 1.6, aspect="auto")
+    for r, training in enumerate((True, False)):
+        for k, ctx in enumerate(contexts):
+            c = cells[training, ctx]
+            lines = [f"activations saved: {c.activation_nbytes / 1024:.0f} KiB", f"grad_fn: {c.grad_fn}"]
+            bn = "BN stats updated" if c.buffers_changed else "BN stats fixed"
+            lines.append(f"dropout {'on' if training else 'off'}, {bn}")
+            if c.is_inference:
+                lines.append("inference tensor")
+            ax.text(k, r, "\n".join(lines), ha="center", va="center", fontsize=9)
+    ax.set_xticks(range(3), ["torch.enable_grad()", "torch.no_grad()", "torch.inference_mode()"])
+    ax.set_yticks(range(2), ["model.train()", "model.eval()"])
+    ax.set_title("rows change what is computed; columns change what is recorded for backward", fontsize=10)
     return fig

@@ -1,4 +1,4 @@
-"""Figures for chapter 4 (modules): a module tree with its registered parameters, and nn.Linear's (out, in) layout."""
+"""Figures for chapter 4 (modules): a module tree with its registered parameters."""
 
 from __future__ import annotations
 

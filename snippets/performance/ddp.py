@@ -207,7 +207,8 @@ def main(argv: list[str] | None = None) -> dict:
 if __name__ == "__main__":
     import sys
 
-    report = main(sys.argv[1:])  # also `python -m snippets run ddp --steps 4`
+    # Outside torchrun the demo uses its defaults, whatever the command line of the process holds.
+    report = main(sys.argv[1:] if "LOCAL_RANK" in os.environ else [])
     if int(os.environ.get("RANK", 0)) == 0:
         print(f"world_size={report['world_size']}, loss {report['losses'][0]:.4f} -> {report['losses'][-1]:.4f}")
         print("buckets per step (index, numel), default cap:", report["buckets_default"][:1])
