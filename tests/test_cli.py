@@ -111,7 +111,11 @@ def test_run_executes_the_demo() -> None:
 def test_every_module_demo_runs_quickly() -> None:
     """Every module's ``__main__`` demo runs as under ``python -m`` (the module is ``sys.modules['__main__']``,
     so a demo may pickle its own classes); pytest-codeblocks never runs them (__name__ is 'builtins')."""
-    code = "import runpy, sys\nfor m in sys.argv[1:]:\n    runpy.run_module('snippets.' + m, run_name='__main__', alter_sys=True)\n"
+    code = (
+        "import runpy, sys\n"
+        "for m in sys.argv[1:]:\n"
+        "    runpy.run_module('snippets.' + m, run_name='__main__', alter_sys=True)\n"
+    )
     proc = subprocess.run(
         [sys.executable, "-c", code, *all_modules()], cwd=ROOT, capture_output=True, text=True, timeout=300
     )
