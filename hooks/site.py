@@ -88,6 +88,14 @@ def on_page_markdown(markdown: str, page, config, files):
     return markdown
 
 
+def on_page_content(html: str, page, config, files):
+    """Source pages: put the highlighted file where its placeholder is (drawn once for both languages)."""
+    if page.file.src_uri.startswith("code/"):
+        rel = Path(page.file.src_uri.removeprefix("code/")).with_suffix(".py")
+        html = html.replace(source_pages.placeholder(rel), source_pages.highlighted(rel, config.mdx_configs), 1)
+    return html
+
+
 @event_priority(-110)
 def on_post_page(output: str, page, config):
     i18n = _i18n(config)

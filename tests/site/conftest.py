@@ -8,8 +8,10 @@ from __future__ import annotations
 import functools
 import http.server
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -26,38 +28,101 @@ class Build:
 
     site: Path
     log: str
+    failed: bool = False
 
 
-def _build(dest: Path, offline: bool) -> Build:
-    env = {**os.environ, "NO_MKDOCS_2_WARNING": "1", "OFFLINE": "true" if offline else "false"}
-    proc = subprocess.run(
-        [sys.executable, "-m", "mkdocs", "build", "--strict", "-d", str(dest)],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    log = proc.stdout + proc.stderr
-    if proc.returncode != 0:
-        pytest.fail(f"mkdocs build --strict failed (offline={offline}):\n{log[-6000:]}", pytrace=False)
-    return Build(dest, log)
+class _Builds:
+    """Both builds, one after the other (they share the figure cache), in a background thread that
+    starts as soon as the site tests are collected: the builds use the second core while the
+    snippet and page tests run, and the site tests wait only for what is not finished yet."""
+
+    def __init__(self) -> None:
+        self._root = Path(tempfile.mkdtemp(prefix="dlkb-site-"))
+        self._done: dict[bool, Build] = {}
+        self._proc: subprocess.Popen | None = None
+        self._stopping = False
+        self._ready = {False: threading.Event(), True: threading.Event()}
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        for offline in (False, True):
+            if self._stopping:
+                return
+            self._done[offline] = self._build(self._root / ("site-offline" if offline else "site"), offline)
+            self._ready[offline].set()
+
+    def _build(self, dest: Path, offline: bool) -> Build:
+        env = {**os.environ, "NO_MKDOCS_2_WARNING": "1", "OFFLINE": "true" if offline else "false"}
+        self._proc = subprocess.Popen(
+            [sys.executable, "-m", "mkdocs", "build", "--strict", "-d", str(dest)],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        try:
+            log, _ = self._proc.communicate(timeout=600)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+            log, _ = self._proc.communicate()
+        if self._proc.returncode != 0:
+            return Build(dest, f"mkdocs build --strict failed (offline={offline}):\n{log[-6000:]}", failed=True)
+        return Build(dest, log)
+
+    def get(self, offline: bool) -> Build:
+        self._ready[offline].wait()
+        build = self._done[offline]
+        if build.failed:
+            pytest.fail(build.log, pytrace=False)
+        return build
+
+    def close(self) -> None:
+        """Stop a build still running (an interrupted session) and delete both builds."""
+        self._stopping = True
+        for offline in (False, True):
+            self._done.setdefault(offline, Build(self._root, "not built: the session ended first", failed=True))
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.kill()
+        self._thread.join()
+        shutil.rmtree(self._root, ignore_errors=True)
+
+
+_builds: list[_Builds] = []
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    here = Path(__file__).parent
+    if not os.environ.get("DLKB_SITE") and any(here in Path(item.fspath).parents for item in items):
+        _builds.append(_Builds())
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    while _builds:
+        _builds.pop().close()
+
+
+def _get(offline: bool) -> Build:
+    if not _builds:  # e.g. a site test run by node id after collection hooks of another conftest
+        _builds.append(_Builds())
+    return _builds[0].get(offline)
 
 
 @pytest.fixture(scope="session")
-def site_build(tmp_path_factory: pytest.TempPathFactory) -> Build:
+def site_build() -> Build:
     """The site built with directory URLs, as served over HTTP."""
     if os.environ.get("DLKB_SITE"):
         return Build(Path(os.environ["DLKB_SITE"]), "")
-    return _build(tmp_path_factory.mktemp("build") / "site", offline=False)
+    return _get(offline=False)
 
 
 @pytest.fixture(scope="session")
-def offline_build(tmp_path_factory: pytest.TempPathFactory) -> Build:
+def offline_build() -> Build:
     """The copy of the site built for file:// (``OFFLINE=true``)."""
     if os.environ.get("DLKB_SITE_OFFLINE"):
         return Build(Path(os.environ["DLKB_SITE_OFFLINE"]), "")
-    return _build(tmp_path_factory.mktemp("build") / "site-offline", offline=True)
+    return _get(offline=True)
 
 
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
@@ -77,12 +142,3 @@ def server(site_build: Build) -> Iterator[str]:
     finally:
         httpd.shutdown()
         httpd.server_close()
-
-
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Under pytest-xdist (``--dist loadgroup``), keep every site test on one worker, so the site is
-    built once while the other worker runs the rest of the suite."""
-    here = Path(__file__).parent
-    for item in items:
-        if here in Path(item.fspath).parents:
-            item.add_marker(pytest.mark.xdist_group("site"))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from html.parser import HTMLParser
@@ -134,6 +135,7 @@ class _Refs(HTMLParser):
             self.inline_css.append(data)
 
 
+@functools.cache  # the offline and link tests read the same pages: parse each one once
 def _parse(path: Path) -> _Refs:
     refs = _Refs()
     refs.feed(path.read_text(encoding="utf-8"))
@@ -146,7 +148,7 @@ def test_nothing_is_loaded_from_another_host(which: str, request: pytest.Fixture
     offenders = []
     for path in site.rglob("*"):
         if path.suffix == ".html":
-            refs = _parse(path)
+            refs = _parse(path.resolve())
             offenders += [(path, u) for u in refs.loads if EXTERNAL.match(u)]
             for css in refs.inline_css:
                 offenders += [(path, u) for u in CSS_URL.findall(css) + CSS_IMPORT.findall(css) if EXTERNAL.match(u)]
