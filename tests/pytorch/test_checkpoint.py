@@ -226,6 +226,8 @@ _WRITER = textwrap.dedent(
     target, naive = sys.argv[1], sys.argv[2]
     big = {"model": torch.arange(2_000_000, dtype=torch.float32)}  # 8 MB, written in pieces
 
+    PRINT = threading.Lock()
+
     class Stall:
         # file wrapper: after `limit` bytes it announces itself and hangs until killed
         def __init__(self, f, tag, limit=3_000_000):
@@ -235,7 +237,8 @@ _WRITER = textwrap.dedent(
             if self.n + len(b) >= self.limit:  # write up to the limit, then hang mid-record
                 self.f.write(b[: self.limit - self.n])
                 self.f.flush()
-                print(self.tag, flush=True)
+                with PRINT:  # one whole line per writer, even when both reach the limit at once
+                    print(self.tag, flush=True)
                 time.sleep(600)
             self.n += self.f.write(b)
             return len(b)
