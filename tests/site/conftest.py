@@ -93,9 +93,13 @@ _builds: list[_Builds] = []
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Start building as soon as site tests are collected, and run them last, so that the builds
+    overlap as much of the rest of the suite as possible."""
     here = Path(__file__).parent
-    if not os.environ.get("DLKB_SITE") and any(here in Path(item.fspath).parents for item in items):
+    site = [item for item in items if here in Path(item.fspath).parents]
+    if site and not os.environ.get("DLKB_SITE") and not config.option.collectonly:
         _builds.append(_Builds())
+    items[:] = [item for item in items if here not in Path(item.fspath).parents] + site
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

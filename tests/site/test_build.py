@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import json
 import re
+from html import unescape
 from html.parser import HTMLParser
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
@@ -135,10 +136,25 @@ class _Refs(HTMLParser):
             self.inline_css.append(data)
 
 
+PRE = re.compile(r"<pre\b[^>]*>.*?</pre>", re.S)
+TAG = re.compile(r"<(\w+)\b([^>]*)>")
+ATTR = re.compile(r"""(?:^|\s)(id|name|href)="([^"]*)\"""")
+
+
 @functools.cache  # the offline and link tests read the same pages: parse each one once
 def _parse(path: Path) -> _Refs:
+    """Parse the page; highlighted code (``<pre>``: escaped text, spans and line-number anchors,
+    half of the site's markup) is scanned for its anchors' ids and links with a regex instead."""
     refs = _Refs()
-    refs.feed(path.read_text(encoding="utf-8"))
+    html = path.read_text(encoding="utf-8")
+    for block in PRE.findall(html):
+        for tag, attrs in TAG.findall(block):
+            for attr, value in ATTR.findall(attrs):
+                if attr != "href":
+                    refs.ids.add(unescape(value))
+                elif tag == "a":
+                    refs.links.append(unescape(value))
+    refs.feed(PRE.sub("<pre></pre>", html))
     return refs
 
 
