@@ -114,6 +114,7 @@ def test_every_module_demo_runs_quickly() -> None:
     code = (
         "import runpy, sys\n"
         "for m in sys.argv[1:]:\n"
+        "    sys.argv = [m]  # each demo sees no arguments, as under `python -m snippets.<module>`\n"
         "    runpy.run_module('snippets.' + m, run_name='__main__', alter_sys=True)\n"
     )
     proc = subprocess.run(

@@ -6,13 +6,21 @@ d2l.ai §14.2 (fine-tuning). Pretraining minimises ``L_pre(θ)`` on unlabelled t
 minimises ``L_task(θ, φ)`` on the downstream task's labelled examples, starting from ``θ_pre``
 (``φ``: the new head). Freezing keeps ``θ`` fixed (a "linear probe").
 
-The demo: a :class:`~snippets.llm.gpt.TinyGPT` pretrained as a word-level LM on the generated toy
-corpus, then fine-tuned to tell grammatical sentences from ones with two adjacent words swapped,
-compared with the same classifier trained from scratch on the same labelled examples and steps.
+Two demos, each compared with the same classifier trained from scratch on the same labelled
+examples, steps and learning rate:
+
+- :func:`finetune_demo` (BERT route): a tiny :class:`~snippets.llm.bert.BERTEncoder` pretrained
+  with masked language modelling on the characters of The Time Machine, then fine-tuned to tell
+  held-out snippets of the book as written from the same snippets with every word spelled
+  backwards (Devlin et al. 2019, §3.2: fine-tuning adds one linear layer on the encoder's output).
+- :func:`transfer_demo` (GPT route): a :class:`~snippets.llm.gpt.TinyGPT` pretrained as a
+  word-level LM on the generated toy corpus, then fine-tuned to tell grammatical sentences from
+  ones with two adjacent words swapped.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Literal
 
 import torch
@@ -20,6 +28,16 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from snippets.data.text import Vocab, is_toy_sentence, make_toy_corpus
+from snippets.llm.bert import (
+    SPECIAL_TOKENS,
+    BERTEncoder,
+    BERTModel,
+    bert_vocab,
+    encode_pairs,
+    get_tokens_and_segments,
+    pretrain_bert,
+    timemachine_paragraphs,
+)
 from snippets.llm.gpt import TinyGPT, train_lm
 
 __all__ = [
@@ -33,6 +51,11 @@ __all__ = [
     "fit_threshold",
     "accuracy",
     "transfer_demo",
+    "text_snippets",
+    "reverse_words",
+    "encode_snippets",
+    "make_reversal_task",
+    "finetune_demo",
 ]
 
 
@@ -63,31 +86,50 @@ def param_groups_with_lr(body: nn.Module, head: nn.Module, base_lr: float, head_
 
 # --8<-- [start:classifier]
 class SequenceClassifier(nn.Module):
-    """A pretrained causal LM body + a linear head on its final hidden states.
+    """A pretrained body + a linear head on its final hidden states.
 
     ``forward(ids: (B, n), lengths: (B,)) -> logits (B, num_classes)``. Sequences are right-padded.
-    ``pool="last"`` reads the hidden state of each sequence's last real token (GPT's choice; causal
-    attention means it never sees the padding after it); ``pool="mean"`` averages the hidden states
-    of the real tokens.
+    The body is a causal :class:`~snippets.llm.gpt.TinyGPT` or a bidirectional
+    :class:`~snippets.llm.bert.BERTEncoder`; the encoder gets a ``key_padding_mask`` built from
+    ``lengths`` (True = padding, never attended to), the causal LM needs none (no real token
+    attends to the padding after it). ``pool="mean"`` averages the hidden states of the real
+    tokens; ``pool="last"`` reads each sequence's last real token (GPT's choice); ``pool="cls"``
+    reads position 0, the ``[CLS]`` token (BERT's choice; encoder bodies only, since position 0 of a
+    causal LM sees nothing but the first token).
     """
 
-    def __init__(self, body: TinyGPT, num_classes: int, pool: Literal["mean", "last"] = "mean") -> None:
+    def __init__(
+        self, body: TinyGPT | BERTEncoder, num_classes: int, pool: Literal["mean", "last", "cls"] = "mean"
+    ) -> None:
         super().__init__()
         if num_classes < 2:
             raise ValueError(f"num_classes must be >= 2, got num_classes={num_classes}")
-        if pool not in ("mean", "last"):
-            raise ValueError(f"pool must be 'mean' or 'last', got {pool!r}")
+        if pool not in ("mean", "last", "cls"):
+            raise ValueError(f"pool must be 'mean', 'last' or 'cls', got {pool!r}")
+        if isinstance(body, BERTEncoder):
+            w = body.embedding.token.weight
+        elif isinstance(body, TinyGPT):
+            w = body.tok_emb.weight
+        else:
+            raise ValueError(f"body must be a TinyGPT or a BERTEncoder, got {type(body).__name__}")
+        if pool == "cls" and not isinstance(body, BERTEncoder):
+            raise ValueError("pool='cls' needs a BERTEncoder body: position 0 of a causal LM sees only itself")
         self.body, self.pool = body, pool
-        w = body.tok_emb.weight
         self.head = nn.Linear(w.size(1), num_classes, device=w.device, dtype=w.dtype)
 
     def forward(self, ids: Tensor, lengths: Tensor) -> Tensor:
         if lengths.shape != ids.shape[:1] or bool(((lengths < 1) | (lengths > ids.size(1))).any()):
             raise ValueError(f"lengths must be (B,) with values in [1, {ids.size(1)}], got {lengths.tolist()}")
-        h = self.body.features(ids)  # (B, n, d_model)
+        pad = torch.arange(ids.size(1), device=ids.device) >= lengths[:, None]  # (B, n), True = padding
+        if isinstance(self.body, BERTEncoder):
+            h = self.body(ids, key_padding_mask=pad)  # (B, n, d_model)
+        else:
+            h = self.body.features(ids)  # (B, n, d_model)
+        if self.pool == "cls":
+            return self.head(h[:, 0])
         if self.pool == "last":
             return self.head(h[torch.arange(ids.size(0), device=ids.device), lengths - 1])
-        real = (torch.arange(ids.size(1), device=ids.device) < lengths[:, None]).to(h.dtype)  # (B, n)
+        real = (~pad).to(h.dtype)  # (B, n)
         return self.head((h * real[..., None]).sum(dim=1) / lengths[:, None].to(h.dtype))
 
 
@@ -247,10 +289,184 @@ def transfer_demo(
 # --8<-- [end:demo]
 
 
-if __name__ == "__main__":
-    res = transfer_demo(n_labelled=256, pretrain_steps=60, finetune_steps=50, n_test=500)
-    print(f"pretraining LM loss {res['lm_loss_start']:.2f} -> {res['lm_loss_end']:.2f}")
-    print(
-        f"test accuracy: scratch {res['scratch']:.3f}, fine-tuned {res['finetuned']:.3f}, "
-        f"frozen probe {res['probe']:.3f}, LM score {res['lm_score']:.3f} (majority {res['majority']:.3f})"
+# --8<-- [start:mlm_data]
+def text_snippets(paragraphs: Sequence[Sequence[Sequence[str]]], width: int) -> list[str]:
+    """Cut each paragraph's running text into consecutive snippets of whole words joined by single
+    spaces, each at most ``width`` characters (a longer word is cut to its first ``width`` letters);
+    a snippet never spans two paragraphs. ``paragraphs``: lists of sentences of words, as from
+    :func:`~snippets.llm.bert.timemachine_paragraphs`."""
+    if width < 1:
+        raise ValueError(f"width must be >= 1, got width={width}")
+    snippets = []
+    for paragraph in paragraphs:
+        current = ""
+        for word in (w[:width] for sentence in paragraph for w in sentence):
+            if current and len(current) + 1 + len(word) > width:
+                snippets.append(current)
+                current = word
+            else:
+                current = f"{current} {word}" if current else word
+        if current:
+            snippets.append(current)
+    return snippets
+
+
+def reverse_words(text: str) -> str:
+    """Spell every word of ``text`` backwards, keeping the words' order: ``"the time" -> "eht emit"``."""
+    return " ".join(word[::-1] for word in text.split(" "))
+
+
+def encode_snippets(
+    snippets: Sequence[str], vocab: Vocab, *, device: torch.device | None = None
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Each snippet as characters ``[CLS] c_1 ... c_m [SEP]``, right-padded with ``[PAD]``:
+    ``(tokens (N, L), segments (N, L), key_padding_mask (N, L), is_next (N,))``, the input of
+    :func:`~snippets.llm.bert.pretrain_bert` (one segment; ``is_next`` is all 0 and unused with
+    ``nsp_weight=0``)."""
+    if not snippets:
+        raise ValueError("snippets must not be empty")
+    if empty := [i for i, text in enumerate(snippets) if not text]:
+        raise ValueError(f"snippets must not be empty strings, got one at index {empty[0]}")
+    pairs = [(*get_tokens_and_segments(list(text)), False) for text in snippets]
+    return encode_pairs(pairs, vocab, device=device)
+
+
+def make_reversal_task(
+    snippets: Sequence[str], vocab: Vocab, generator: torch.Generator, *, device: torch.device | None = None
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Labelled downstream data: ``(ids (n, L), lengths (n,), labels (n,))`` in the order of
+    ``snippets``, characters as in :func:`encode_snippets`. A random half (exactly ``n // 2``,
+    drawn with ``generator``) get every word spelled backwards, label 0; the others stay as
+    written, label 1. Both classes use the same letters, so only their order tells them apart."""
+    if len(snippets) < 2:
+        raise ValueError(f"need at least 2 snippets (one of each class), got {len(snippets)}")
+    if same := [text for text in snippets if reverse_words(text) == text]:
+        raise ValueError(f"snippets must change when their words are reversed, got {same[0]!r}")
+    n = len(snippets)
+    labels = torch.ones(n, dtype=torch.long)
+    labels[torch.randperm(n, generator=generator)[: n // 2]] = 0
+    texts = [text if y else reverse_words(text) for text, y in zip(snippets, labels.tolist())]
+    tokens, _, pad, _ = encode_snippets(texts, vocab, device=device)
+    return tokens, (~pad).sum(dim=1), labels.to(tokens.device)
+
+
+# --8<-- [end:mlm_data]
+
+
+# --8<-- [start:mlm_demo]
+def finetune_demo(
+    n_labelled: int = 256,
+    pretrain_steps: int = 300,
+    finetune_steps: int = 100,
+    *,
+    n_test: int = 1000,
+    width: int = 16,
+    d_model: int = 32,
+    num_layers: int = 1,
+    num_heads: int = 2,
+    d_ff: int = 64,
+    pretrain_batch_size: int = 128,
+    pretrain_lr: float = 1e-2,
+    lr: float = 3e-3,
+    pool: Literal["mean", "last", "cls"] = "mean",
+    methods: tuple[str, ...] = ("scratch", "finetuned", "probe"),
+    seed: int = 0,
+    device: torch.device | None = None,
+    dtype: torch.dtype | None = None,
+    curves: dict[str, list[float]] | None = None,
+) -> dict[str, float]:
+    """MLM pretraining on The Time Machine, then a labelled task on held-out text.
+
+    Every 4th paragraph of the book (the 1st, 5th, ...) is held out. A character-level BERT encoder
+    is pretrained with MLM only (``nsp_weight=0``) on snippets of at most ``width`` characters of
+    the other paragraphs; the task (:func:`make_reversal_task`) is built from held-out snippets:
+    ``n_labelled`` for training, ``n_test`` for testing. Returns the test accuracies of ``scratch``
+    (the pretraining's random init, all weights trained), ``finetuned`` (pretrained encoder, all
+    weights trained) and ``probe`` (pretrained encoder frozen, head only) — same architecture,
+    initial head, labelled examples, steps and learning rate ``lr`` — and the MLM loss at the start
+    and end of pretraining, with ``mlm_loss_unigram``: the entropy of the character frequencies,
+    the loss of a guess that ignores the context. ``methods`` selects which models to train. Fixed
+    seeds: deterministic on a given device. Pass a dict as ``curves`` to receive the MLM loss per
+    pretraining step (``"pretrain"``) and each model's task loss per step.
+    """
+    if unknown := set(methods) - {"scratch", "finetuned", "probe"}:
+        raise ValueError(f"methods must be among scratch, finetuned, probe; got {sorted(unknown)}")
+    if n_labelled < 2 or n_test < 2:
+        raise ValueError(f"n_labelled and n_test must be >= 2, got n_labelled={n_labelled}, n_test={n_test}")
+    paragraphs = timemachine_paragraphs()
+    pretrain_text = text_snippets([p for i, p in enumerate(paragraphs) if i % 4], width)
+    held_out = [s for s in text_snippets(paragraphs[::4], width) if reverse_words(s) != s]
+    if n_labelled + n_test > len(held_out):
+        raise ValueError(
+            f"n_labelled + n_test = {n_labelled + n_test} exceeds the {len(held_out)} held-out snippets "
+            f"of width={width}"
+        )
+    vocab = bert_vocab([[list(s) for s in pretrain_text]])  # [PAD] [CLS] [SEP] [MASK] + characters
+    order = torch.randperm(len(held_out), generator=torch.Generator().manual_seed(seed + 1)).tolist()
+    chosen = [held_out[i] for i in order[: n_labelled + n_test]]
+    task_gen = torch.Generator().manual_seed(seed + 2)
+    train = make_reversal_task(chosen[:n_labelled], vocab, task_gen, device=device)
+    test = make_reversal_task(chosen[n_labelled:], vocab, task_gen, device=device)
+    sizes = (len(vocab), d_model, num_layers, num_heads, d_ff)
+    kw = {"max_len": width + 2, "dropout": 0.0, "device": device, "dtype": dtype}
+
+    torch.manual_seed(seed)
+    bert = BERTModel(*sizes, **kw)
+    data = encode_snippets(pretrain_text, vocab, device=device)
+    steps = pretrain_bert(  # θ_pre = argmin L_MLM, without NSP
+        bert, data, vocab, pretrain_steps, batch_size=pretrain_batch_size, lr=pretrain_lr, nsp_weight=0, seed=seed
     )
+    losses = [mlm for mlm, _ in steps]
+    tail = losses[-min(10, len(losses)) :]
+    counts = torch.bincount(data[0].flatten().cpu(), minlength=len(vocab)).double()
+    counts[[vocab.token_to_idx[t] for t in SPECIAL_TOKENS]] = 0  # never masked, never predicted
+    freq = counts[counts > 0] / counts.sum()
+    result = {
+        "mlm_loss_start": losses[0],
+        "mlm_loss_end": sum(tail) / len(tail),
+        "mlm_loss_unigram": -(freq * freq.log()).sum().item(),  # knowing only the letter frequencies
+    }
+    if curves is not None:
+        curves["pretrain"] = losses
+    for name in [m for m in ("scratch", "finetuned", "probe") if m in methods]:
+        torch.manual_seed(seed)  # the same initial weights the pretraining started from
+        body = BERTEncoder(*sizes, **kw)
+        if name != "scratch":
+            body.load_state_dict(bert.encoder.state_dict())  # transfer θ_pre
+        if name == "probe":
+            freeze(body)
+        torch.manual_seed(seed + 3)  # the same head initialisation for all three
+        model = SequenceClassifier(body, 2, pool)
+        task_losses = finetune(model, train, finetune_steps, base_lr=lr, head_lr=lr, seed=seed)
+        result[name] = accuracy(model, test)
+        if curves is not None:
+            curves[name] = task_losses
+    return result
+
+
+# --8<-- [end:mlm_demo]
+
+
+if __name__ == "__main__":
+    import sys
+
+    routes = sys.argv[1:] or ["mlm", "gpt"]
+    if unknown := set(routes) - {"mlm", "gpt"}:
+        sys.exit(f"usage: python -m snippets.llm.finetune [mlm] [gpt]; unknown route(s) {sorted(unknown)}")
+    if "mlm" in routes:
+        res = finetune_demo()
+        print(
+            f"BERT route: pretraining MLM loss {res['mlm_loss_start']:.2f} -> {res['mlm_loss_end']:.2f} "
+            f"(letter frequencies alone: {res['mlm_loss_unigram']:.2f})"
+        )
+        print(
+            f"test accuracy: scratch {res['scratch']:.3f}, fine-tuned {res['finetuned']:.3f}, "
+            f"frozen probe {res['probe']:.3f} (chance 0.500)"
+        )
+    if "gpt" in routes:
+        res = transfer_demo(n_labelled=256, pretrain_steps=60, finetune_steps=50, n_test=500)
+        print(f"GPT route: pretraining LM loss {res['lm_loss_start']:.2f} -> {res['lm_loss_end']:.2f}")
+        print(
+            f"test accuracy: scratch {res['scratch']:.3f}, fine-tuned {res['finetuned']:.3f}, "
+            f"frozen probe {res['probe']:.3f}, LM score {res['lm_score']:.3f} (majority {res['majority']:.3f})"
+        )
