@@ -20,7 +20,7 @@ examples, steps and learning rate:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Literal
 
 import torch
@@ -50,6 +50,7 @@ __all__ = [
     "sentence_nll",
     "fit_threshold",
     "accuracy",
+    "compare_uses",
     "transfer_demo",
     "text_snippets",
     "reverse_words",
@@ -230,6 +231,38 @@ def _accuracy(predicted: Tensor, labels: Tensor) -> float:
 
 
 # --8<-- [start:demo]
+def compare_uses(
+    new_body: Callable[[], TinyGPT | BERTEncoder],
+    pretrained: dict[str, Tensor],
+    train: tuple[Tensor, Tensor, Tensor],
+    test: tuple[Tensor, Tensor, Tensor],
+    uses: Sequence[str],
+    steps: int,
+    lr: float,
+    pool: Literal["mean", "last", "cls"],
+    seed: int,
+    curves: dict[str, list[float]] | None = None,
+) -> dict[str, float]:
+    """Test accuracy of each use of the same labelled ``train`` examples: ``scratch`` (``new_body()``
+    as initialised), ``finetuned`` (``new_body()`` loaded with the ``pretrained`` weights, all
+    trained), ``probe`` (the same, frozen: only the head trains). Same head initialisation, steps and
+    learning rate for all; each model's loss per step goes into ``curves`` when given."""
+    result = {}
+    for name in uses:
+        body = new_body()
+        if name != "scratch":
+            body.load_state_dict(pretrained)  # transfer θ_pre
+        if name == "probe":
+            freeze(body)
+        torch.manual_seed(seed + 3)  # the same head initialisation for all three
+        model = SequenceClassifier(body, 2, pool)
+        losses = finetune(model, train, steps, base_lr=lr, head_lr=lr, seed=seed)
+        result[name] = accuracy(model, test)
+        if curves is not None:
+            curves[name] = losses
+    return result
+
+
 def transfer_demo(
     n_labelled: int = 64,
     pretrain_steps: int = 150,
@@ -266,18 +299,8 @@ def transfer_demo(
     result = {"lm_loss_start": lm_losses[0], "lm_loss_end": sum(lm_losses[-10:]) / 10}
     if curves is not None:
         curves["pretrain"] = lm_losses
-    for name in [m for m in ("scratch", "finetuned", "probe") if m in methods]:
-        body = new_body()
-        if name != "scratch":
-            body.load_state_dict(lm.state_dict())  # transfer θ_pre
-        if name == "probe":
-            freeze(body)
-        torch.manual_seed(seed + 3)  # the same head initialisation for all three
-        model = SequenceClassifier(body, 2, pool)
-        losses = finetune(model, train, finetune_steps, base_lr=lr, head_lr=lr, seed=seed)
-        result[name] = accuracy(model, test)
-        if curves is not None:
-            curves[name] = losses
+    uses = [m for m in ("scratch", "finetuned", "probe") if m in methods]
+    result |= compare_uses(new_body, lm.state_dict(), train, test, uses, finetune_steps, lr, pool, seed, curves)
     if "lm_score" in methods:  # no training at all: threshold the pretrained LM's surprise
         eos = vocab.token_to_idx["<eos>"]
         threshold = fit_threshold(sentence_nll(lm, train[0], train[1], eos), train[2])
@@ -428,19 +451,15 @@ def finetune_demo(
     }
     if curves is not None:
         curves["pretrain"] = losses
-    for name in [m for m in ("scratch", "finetuned", "probe") if m in methods]:
+
+    def new_body() -> BERTEncoder:
         torch.manual_seed(seed)  # the same initial weights the pretraining started from
-        body = BERTEncoder(*sizes, **kw)
-        if name != "scratch":
-            body.load_state_dict(bert.encoder.state_dict())  # transfer θ_pre
-        if name == "probe":
-            freeze(body)
-        torch.manual_seed(seed + 3)  # the same head initialisation for all three
-        model = SequenceClassifier(body, 2, pool)
-        task_losses = finetune(model, train, finetune_steps, base_lr=lr, head_lr=lr, seed=seed)
-        result[name] = accuracy(model, test)
-        if curves is not None:
-            curves[name] = task_losses
+        return BERTEncoder(*sizes, **kw)
+
+    uses = [m for m in ("scratch", "finetuned", "probe") if m in methods]
+    result |= compare_uses(
+        new_body, bert.encoder.state_dict(), train, test, uses, finetune_steps, lr, pool, seed, curves
+    )
     return result
 
 
