@@ -11,6 +11,10 @@ import json
 import os
 from pathlib import Path
 
+import markdown
+import pygments
+import pymdownx
+
 from snippets._catalog import ROOT
 
 FOLDERS = ("snippets", "tests")
@@ -51,10 +55,6 @@ def placeholder(rel: Path) -> str:
 def highlighted(rel: Path, mdx_configs: dict, cache_dir: Path | None = None) -> str:
     """The file's whole source as the site's Markdown renders a ``python`` fence (same highlight
     options), drawn once per source and option set: both languages and later builds reuse it."""
-    import markdown
-    import pygments
-    import pymdownx
-
     source = (ROOT / rel).read_text(encoding="utf-8")
     names = ("pymdownx.highlight", "pymdownx.superfences")
     configs = {n: mdx_configs.get(n, {}) for n in names}

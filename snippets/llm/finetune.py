@@ -243,12 +243,13 @@ def compare_uses(
     seed: int,
     curves: dict[str, list[float]] | None = None,
 ) -> dict[str, float]:
-    """Test accuracy of each use of the same labelled ``train`` examples: ``scratch`` (``new_body()``
-    as initialised), ``finetuned`` (``new_body()`` loaded with the ``pretrained`` weights, all
-    trained), ``probe`` (the same, frozen: only the head trains). Same head initialisation, steps and
-    learning rate for all; each model's loss per step goes into ``curves`` when given."""
+    """Test accuracy of each use named in ``uses`` (other names are ignored) of the same labelled
+    ``train`` examples: ``scratch`` (``new_body()`` as initialised), ``finetuned`` (``new_body()``
+    loaded with the ``pretrained`` weights, all trained), ``probe`` (the same, frozen: only the head
+    trains). Same head initialisation, steps and learning rate for all; each model's loss per step
+    goes into ``curves`` when given."""
     result = {}
-    for name in uses:
+    for name in [m for m in ("scratch", "finetuned", "probe") if m in uses]:
         body = new_body()
         if name != "scratch":
             body.load_state_dict(pretrained)  # transfer θ_pre
@@ -299,8 +300,7 @@ def transfer_demo(
     result = {"lm_loss_start": lm_losses[0], "lm_loss_end": sum(lm_losses[-10:]) / 10}
     if curves is not None:
         curves["pretrain"] = lm_losses
-    uses = [m for m in ("scratch", "finetuned", "probe") if m in methods]
-    result |= compare_uses(new_body, lm.state_dict(), train, test, uses, finetune_steps, lr, pool, seed, curves)
+    result |= compare_uses(new_body, lm.state_dict(), train, test, methods, finetune_steps, lr, pool, seed, curves)
     if "lm_score" in methods:  # no training at all: threshold the pretrained LM's surprise
         eos = vocab.token_to_idx["<eos>"]
         threshold = fit_threshold(sentence_nll(lm, train[0], train[1], eos), train[2])
@@ -456,9 +456,8 @@ def finetune_demo(
         torch.manual_seed(seed)  # the same initial weights the pretraining started from
         return BERTEncoder(*sizes, **kw)
 
-    uses = [m for m in ("scratch", "finetuned", "probe") if m in methods]
     result |= compare_uses(
-        new_body, bert.encoder.state_dict(), train, test, uses, finetune_steps, lr, pool, seed, curves
+        new_body, bert.encoder.state_dict(), train, test, methods, finetune_steps, lr, pool, seed, curves
     )
     return result
 

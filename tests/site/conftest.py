@@ -36,7 +36,8 @@ class _Builds:
     starts as soon as the site tests are collected: the builds use the second core while the
     snippet and page tests run, and the site tests wait only for what is not finished yet."""
 
-    def __init__(self) -> None:
+    def __init__(self, wanted: list[bool]) -> None:
+        self._wanted = wanted  # offline=False / True: the builds the environment does not provide
         self._root = Path(tempfile.mkdtemp(prefix="dlkb-site-"))
         self._done: dict[bool, Build] = {}
         self._proc: subprocess.Popen | None = None
@@ -46,7 +47,7 @@ class _Builds:
         self._thread.start()
 
     def _run(self) -> None:
-        for offline in (False, True):
+        for offline in self._wanted:
             if self._stopping:
                 return
             self._done[offline] = self._build(self._root / ("site-offline" if offline else "site"), offline)
@@ -81,8 +82,6 @@ class _Builds:
     def close(self) -> None:
         """Stop a build still running (an interrupted session) and delete both builds."""
         self._stopping = True
-        for offline in (False, True):
-            self._done.setdefault(offline, Build(self._root, "not built: the session ended first", failed=True))
         if self._proc is not None and self._proc.poll() is None:
             self._proc.kill()
         self._thread.join()
@@ -90,15 +89,21 @@ class _Builds:
 
 
 _builds: list[_Builds] = []
+_GIVEN = {False: "DLKB_SITE", True: "DLKB_SITE_OFFLINE"}  # a path in these skips that build
 
 
+def _wanted() -> list[bool]:
+    return [offline for offline, var in _GIVEN.items() if not os.environ.get(var)]
+
+
+@pytest.hookimpl(trylast=True)  # after -k/-m deselection: build only for site tests that will run
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Start building as soon as site tests are collected, and run them last, so that the builds
     overlap as much of the rest of the suite as possible."""
     here = Path(__file__).parent
     site = [item for item in items if here in Path(item.fspath).parents]
-    if site and not os.environ.get("DLKB_SITE") and not config.option.collectonly:
-        _builds.append(_Builds())
+    if site and _wanted() and not config.option.collectonly:
+        _builds.append(_Builds(_wanted()))
     items[:] = [item for item in items if here not in Path(item.fspath).parents] + site
 
 
@@ -108,24 +113,20 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 
 
 def _get(offline: bool) -> Build:
-    if not _builds:  # e.g. a site test run by node id after collection hooks of another conftest
-        _builds.append(_Builds())
-    return _builds[0].get(offline)
+    if os.environ.get(_GIVEN[offline]):
+        return Build(Path(os.environ[_GIVEN[offline]]), "")
+    return _builds[0].get(offline)  # started when the site tests were collected
 
 
 @pytest.fixture(scope="session")
 def site_build() -> Build:
     """The site built with directory URLs, as served over HTTP."""
-    if os.environ.get("DLKB_SITE"):
-        return Build(Path(os.environ["DLKB_SITE"]), "")
     return _get(offline=False)
 
 
 @pytest.fixture(scope="session")
 def offline_build() -> Build:
     """The copy of the site built for file:// (``OFFLINE=true``)."""
-    if os.environ.get("DLKB_SITE_OFFLINE"):
-        return Build(Path(os.environ["DLKB_SITE_OFFLINE"]), "")
     return _get(offline=True)
 
 

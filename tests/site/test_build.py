@@ -197,14 +197,10 @@ def _resolve(site: Path, page: Path, url: str) -> tuple[Path, str] | None:
 @pytest.mark.parametrize("which", ["site_build", "offline_build"])
 def test_internal_links_and_anchors_resolve(which: str, request: pytest.FixtureRequest) -> None:
     site = request.getfixturevalue(which).site.resolve()
-    parsed: dict[Path, _Refs] = {}
     broken = []
     # 404.html is served at arbitrary URLs, so MkDocs gives it root-absolute links by design
-    pages = sorted(p for p in site.rglob("*.html") if p.name != "404.html")
-    for page in pages:
-        parsed[page] = _parse(page)
-    for page in pages:
-        refs = parsed[page]
+    for page in sorted(p for p in site.rglob("*.html") if p.name != "404.html"):
+        refs = _parse(page)
         for url in refs.links + refs.loads:
             resolved = _resolve(site, page, url)
             if resolved is None:
@@ -214,8 +210,7 @@ def test_internal_links_and_anchors_resolve(which: str, request: pytest.FixtureR
                 broken.append(f"{page.relative_to(site)} -> {url}")
                 continue
             if fragment and target.suffix == ".html":
-                ids = parsed[target].ids if target in parsed else _parse(target).ids
-                if fragment not in ids:
+                if fragment not in _parse(target).ids:
                     broken.append(f"{page.relative_to(site)} -> {url} (no #{fragment})")
     assert broken == []
 
